@@ -113,7 +113,8 @@ def cmd_fit(args) -> int:
 
     options = FitOptions.from_namespace(args)
     result = fit(options)
-    print(result.report())
+    if result is not None:  # None in the extra processes of a distributed run
+        print(result.report())
     return 0
 
 
