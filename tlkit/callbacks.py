@@ -32,9 +32,10 @@ class MetricsRecorder(pl.Callback):
         self.title = title
         self.epochs: list[dict] = []
 
-    def on_fit_start(self, trainer, pl_module):
+    def on_train_start(self, trainer, pl_module):
+        # called after a checkpoint was restored, so current_epoch is where this run starts
         previous = read_metrics(self.run_dir) or {}
-        start = trainer.current_epoch  # > 0 when resuming from last.ckpt
+        start = trainer.current_epoch
         self.epochs = [e for e in previous.get("epochs", []) if e.get("epoch", 0) < start]
 
     def on_train_epoch_start(self, trainer, pl_module):

@@ -134,16 +134,19 @@ def cmd_predict(args) -> int:
 
     predictor = Predictor.from_run(args.run_dir)
     results = predictor.predict_files(args.images, top_k=args.top_k)
+    failed = sum("error" in item for item in results)
+    if failed:  # the readable images are still predicted; the exit status tells a script
+        print(f"tlkit predict: error: {failed} of {len(results)} images could not be read", file=sys.stderr)
     if args.json:
         _emit_json(results)
-        return 0
+        return 2 if failed else 0
     for item in results:
         if "error" in item:
             print(f"{item['image']}: error: {item['error']}")
             continue
         best = ", ".join(f"{p['label']} {p['probability']:.1%}" for p in item["predictions"])
         print(f"{item['image']}: {best}")
-    return 0 if all("error" not in item for item in results) else 2
+    return 2 if failed else 0
 
 
 # -- explain / augment / demo --------------------------------------------------------------------
