@@ -27,7 +27,9 @@ def register_backbones(register):
     ``num_features == C``. It may carry ``data_config = {"input_size": (3, H, W), "mean": (...),
     "std": (...)}`` (ImageNet mean/std are assumed otherwise) and ``min_input_size: int``. With
     ``pretrained=True`` the factory must either load real weights or raise
-    ``tlkit.errors.WeightsUnavailableError`` saying how to get them; never fall back silently.
+    ``tlkit.errors.WeightsUnavailableError`` saying how to get them; never fall back silently (a
+    backbone of fixed, non-learned filters has nothing to load and may ignore the flag). A factory
+    attribute ``has_pretrained = False`` makes "pretrained unless told otherwise" mean random weights.
     """
 
 
