@@ -106,7 +106,10 @@ class ScanResult:
         return path
 
     def summary(self) -> str:
-        """One line: "912 images in 3 classes (train 730, val 182); skipped 3 files (see skipped_files.csv)"."""
+        """One line, e.g. "912 images in 3 classes (train 730, val 182); skipped 3 files (see skipped.csv)".
+
+        The "(see ...)" part names the file of the last :meth:`write_skipped` call, if any.
+        """
         sizes = ", ".join(f"{name} {len(samples)}" for name, samples in self.splits.items())
         total = sum(len(samples) for samples in self.splits.values())
         line = f"{total} images in {len(self.class_names)} classes ({sizes})"
@@ -145,7 +148,10 @@ def scan_image_folder(
     top = _subdirs(root_path)
     top_names = {p.name for p in top}
     val_name = next((n for n in VAL_DIR_NAMES if n in top_names), None)
-    is_split = "train" in top_names and (val_name is not None or "test" in top_names or top_names == {"train"})
+    # A lone "train" folder next to other class folders is a class called "train", not a split.
+    is_split = "train" in top_names and (
+        val_name is not None or "test" in top_names or top_names == {"train"}
+    )
 
     skipped: list[SkippedFile] = []
     if is_split:
@@ -343,7 +349,10 @@ def _no_usable_message(name, part, root, files, bad: list[SkippedFile]) -> str:
             f"{len(reasons)} skipped: see the skipped-files record, e.g. "
             f"{os.path.basename(example.path)}: {example.reason}"
         )
-    return f"class {name!r} has no usable images ({detail}) in {where}: add readable images or remove the folder"
+    return (
+        f"class {name!r} has no usable images ({detail}) in {where}: "
+        "add readable images or remove the folder"
+    )
 
 
 def _stratified_split(

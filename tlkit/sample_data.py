@@ -23,8 +23,12 @@ __all__ = ["SAMPLE_CLASSES", "SAMPLE_DATA_VERSION", "make_sample_dataset", "samp
 
 SAMPLE_CLASSES = ("circle", "square", "triangle", "star")
 
-#: Bump whenever the generator's output changes, so cached copies are regenerated.
+#: Bump whenever the cached default copy would change (the generator or the two sizes below), so
+#: cached copies are regenerated; the README names the folder (``shapes-v1``), so update it too.
 SAMPLE_DATA_VERSION = "1"
+#: Size of the cached default copy that ``tlkit fit`` uses without DATA_DIR.
+SAMPLE_PER_CLASS = 60
+SAMPLE_IMAGE_SIZE = 64
 
 _SUPERSAMPLE = 4  # shapes are drawn 4x larger and scaled down, for smooth (anti-aliased) edges
 _MIN_CONTRAST = 80.0  # luminance difference (0-255) between a shape and the background under it
@@ -61,7 +65,7 @@ def make_sample_dataset(
     if per_class < 2:
         raise TlkitError(f"per_class must be at least 2 (one train and one val image), got {per_class}")
     if image_size < 16:
-        raise TlkitError(f"image_size must be at least 16 pixels for the shapes to be visible, got {image_size}")
+        raise TlkitError(f"image_size must be at least 16 pixels for visible shapes, got {image_size}")
     if not 0 < val_fraction < 1:
         raise TlkitError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     n_val = min(per_class - 1, max(1, round(per_class * val_fraction)))
@@ -98,8 +102,9 @@ def sample_data_dir(cache_root: str | os.PathLike | None = None) -> Path:
     """Return the folder of the default sample data, generating it on first use.
 
     The data live under ``cache_root``, or else ``$TLKIT_HOME/sample_data`` (``TLKIT_HOME`` defaults
-    to ``~/.cache/tlkit``), in a folder named after :data:`SAMPLE_DATA_VERSION`. A new copy is built
-    in a temporary folder and renamed into place, so a concurrent process never sees half of it.
+    to ``~/.cache/tlkit``), in ``shapes-v<SAMPLE_DATA_VERSION>``: :data:`SAMPLE_PER_CLASS` images per
+    class of :data:`SAMPLE_IMAGE_SIZE` pixels. A new copy is built in a temporary folder and renamed
+    into place, so a concurrent process never sees half of it.
     """
     if cache_root is None:
         home = os.environ.get("TLKIT_HOME") or os.path.join("~", ".cache", "tlkit")
@@ -117,7 +122,7 @@ def sample_data_dir(cache_root: str | os.PathLike | None = None) -> Path:
             f"cannot write the sample data to {base}: {e.strerror or e}; set TLKIT_HOME to a writable folder"
         ) from e
     try:
-        make_sample_dataset(tmp)
+        make_sample_dataset(tmp, per_class=SAMPLE_PER_CLASS, image_size=SAMPLE_IMAGE_SIZE)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -162,7 +167,7 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     base = rng.integers(0, 256, 3).astype(np.float64)
     if kind == 0:  # solid colour
         return np.broadcast_to(base, (size, size, 3)).copy()
-    if kind == 1:  # two-colour linear gradient; the colours stay close so one shape colour contrasts with both
+    if kind == 1:  # linear gradient; its colours stay close so one shape colour can contrast with both
         other = np.clip(base + rng.integers(-90, 91, 3), 0, 255)
         theta = rng.uniform(0, 2 * math.pi)
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
@@ -230,7 +235,7 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def _contrasting_colour(background: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random colour that stands out against the background under the shape (its darkest and lightest parts)."""
+    """A random colour that stands out against both the darkest and lightest background under the shape."""
     covered = mask > 0.5
     lum = _luminance(background[covered]) if covered.any() else _luminance(background.reshape(-1, 3))
     lo, hi = float(np.percentile(lum, 5)), float(np.percentile(lum, 95))
