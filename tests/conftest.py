@@ -58,3 +58,10 @@ def make_image_folder(root, classes=("cat", "dog"), per_class=6, size=32, split=
 @pytest.fixture
 def image_folder(tmp_path):
     return make_image_folder(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def folder_factory():
+    """``make_image_folder`` for tests that need other sizes (conftest is not importable by name:
+    the example plugin's tests have a conftest too)."""
+    return make_image_folder

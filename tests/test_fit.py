@@ -10,7 +10,6 @@ import time
 import pytest
 import torch
 
-from conftest import make_image_folder
 from tlkit.cli import main
 
 TINY = ["--backbone", "seed_cnn", "--image-size", "32", "--batch-size", "8", "--quiet"]
@@ -24,10 +23,10 @@ def run_cli(*args):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained_run(tmp_path_factory, folder_factory):
     """One small run shared by the evaluate/predict tests."""
     root = tmp_path_factory.mktemp("fit")
-    data = make_image_folder(root / "data", classes=("red", "green", "blue"), per_class=12, size=32)
+    data = folder_factory(root / "data", classes=("red", "green", "blue"), per_class=12, size=32)
     run = root / "run"
     assert main(["fit", str(data), "--out", str(run), *TINY, "--tune", "full", "--epochs", "6",
                  "--lr", "0.01"]) == 0
@@ -170,10 +169,10 @@ def test_random_augmentation_bypasses_the_feature_cache(image_folder, tmp_path, 
                  "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
 
 
-def test_broken_and_odd_files_are_skipped_and_recorded(tmp_path):
+def test_broken_and_odd_files_are_skipped_and_recorded(tmp_path, folder_factory):
     from PIL import Image
 
-    data = make_image_folder(tmp_path / "data", per_class=6)
+    data = folder_factory(tmp_path / "data", per_class=6)
     (data / "train" / "cat" / "empty.jpg").write_bytes(b"")
     (data / "train" / "cat" / "text.jpg").write_text("hello")
     png = next((data / "train" / "dog").glob("*.png")).read_bytes()
@@ -242,8 +241,8 @@ def test_refuses_to_overwrite_a_run(trained_run, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
-def test_resume_after_kill(tmp_path):
-    data = make_image_folder(tmp_path / "data", per_class=24, size=32)
+def test_resume_after_kill(tmp_path, folder_factory):
+    data = folder_factory(tmp_path / "data", per_class=24, size=32)
     run = tmp_path / "run"
     args = [sys.executable, "-m", "tlkit.cli", "fit", str(data), "--out", str(run), "--backbone", "seed_cnn",
             "--image-size", "32", "--tune", "full", "--epochs", "8", "--batch-size", "4", "--quiet"]

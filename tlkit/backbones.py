@@ -50,4 +50,8 @@ class TimmBackbone(nn.Module):
 
     def load_timm_state_dict(self, state: dict, *, source: str = "state dict") -> None:
         """Load weights in timm's layout for this architecture; classifier keys are ignored."""
-        load_matching(self.model, state, what=f"backbone {self.name!r}", source=source)
+        cfg = getattr(self.model, "pretrained_cfg", {}) or {}
+        classifier = cfg.get("classifier") or "fc"
+        classifiers = classifier if isinstance(classifier, (list, tuple)) else (classifier,)
+        load_matching(self.model, state, what=f"backbone {self.name!r}", source=source,
+                      ignore_prefixes=tuple(f"{c}." for c in classifiers) + ("pre_logits.", "head."))

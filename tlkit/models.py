@@ -96,12 +96,14 @@ def load_backbone_weights(backbone: nn.Module, path, *, name: str) -> None:
     from tlkit.weights import load_matching, read_state_dict
 
     state = read_state_dict(path)
-    if hasattr(backbone, "load_timm_state_dict"):
-        backbone.load_timm_state_dict(state, source=str(path))
-        return
     # A tlkit run's model.safetensors stores the backbone under "backbone.": accept that too.
     if any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    if hasattr(backbone, "load_timm_state_dict"):
+        if all(k.startswith("model.") for k in state):  # TimmBackbone's own layout
+            state = {k[len("model."):]: v for k, v in state.items()}
+        backbone.load_timm_state_dict(state, source=str(path))
+        return
     load_matching(backbone, state, what=f"backbone {name!r}", source=str(path))
 
 
@@ -150,6 +152,9 @@ def probe_feature_size(backbone: nn.Module, image_size: int, name: str) -> tuple
         with torch.no_grad():
             out = backbone(torch.zeros(1, 3, image_size, image_size))
     except RuntimeError as exc:
+        if "channels" in str(exc):
+            raise TlkitError(f"backbone {name!r} does not take 3-channel input ({str(exc).splitlines()[0]}); "
+                             f"tlkit feeds RGB images, so build it with 3 input channels") from exc
         raise TlkitError(f"backbone {name!r} cannot take {image_size} px images ({str(exc).splitlines()[0]}); "
                          f"use a larger --image-size") from exc
     finally:

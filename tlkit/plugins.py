@@ -83,7 +83,8 @@ class PluginHost:
         return os.environ.get("TLKIT_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
 
     def _fail(self, info: PluginInfo, message: str, exc: BaseException | None = None):
-        info.errors.append(message)
+        if message not in info.errors:  # rebuilt registries call the hooks again
+            info.errors.append(message)
         if self.strict():
             raise PluginError(f"plugin {info.name!r} failed: {message} "
                               f"(unset TLKIT_STRICT_PLUGINS to skip it instead)") from exc
@@ -153,10 +154,10 @@ class PluginHost:
         caller = getattr(self.pm.hook, f"register_{kind}")
         # Call each implementation on its own so that the provider of every name is known and a
         # plugin that raises loses only its own registrations.
-        for impl in reversed(caller.get_hookimpls()):  # pluggy lists last-registered first
+        for impl in caller.get_hookimpls():  # first-registered first: builtins keep their names
             name = self.pm.get_name(impl.plugin)
             info = self.infos.setdefault(name, PluginInfo(name=name, source="in-process"))
-            info.registered.setdefault(kind, [])
+            info.registered[kind] = []  # a rebuilt registry (after register/unregister) starts afresh
 
             def register(comp_name, factory, *, description="", aliases=(), _plugin=name, _info=info):
                 try:

@@ -84,6 +84,9 @@ class FitOptions:
         for ok, message in checks:
             if not ok:
                 raise TlkitError(message)
+        if self.data_dir is not None and not Path(self.data_dir).exists():
+            raise TlkitError(f"data folder {self.data_dir!r} does not exist; give an image folder "
+                             f"(train/<class>/*, val/<class>/* or <class>/*) or none for the sample data")
         if self.pretrained and self.weights:
             raise TlkitError("--pretrained and --weights both choose the starting weights; give one of them")
 

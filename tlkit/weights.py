@@ -41,21 +41,28 @@ def read_state_dict(path) -> dict:
     return state
 
 
-def load_matching(module, state: dict, *, what: str, source: str) -> None:
+def load_matching(module, state: dict, *, what: str, source: str, ignore_prefixes=()) -> None:
     """Load ``state`` into ``module``: every key of the module must be present with its shape.
 
-    Keys in ``state`` that the module lacks (a classifier, a pre-logits block) are ignored, since a
-    backbone has no classifier. Raises TlkitError naming the first missing keys or wrong shapes.
+    Keys in ``state`` that start with one of ``ignore_prefixes`` (a classifier, a pre-logits block)
+    are ignored, since a backbone has no classifier; any other key the module lacks means the file
+    is for another architecture. Raises TlkitError naming the first offending keys.
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own and not k.startswith(tuple(ignore_prefixes))]
     wrong = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or wrong:
-        detail = (f"{len(missing)} missing keys (first: {', '.join(missing[:3])})" if missing
-                  else f"shape mismatch: {'; '.join(wrong[:3])}")
-        raise TlkitError(f"{source} does not fit {what}: {detail}. Is it a state dict in timm's "
-                         f"layout for this backbone?")
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
+    if extra:
+        problems.append(f"{len(extra)} unexpected keys (first: {', '.join(extra[:3])})")
+    if wrong:
+        problems.append(f"shape mismatch: {'; '.join(wrong[:3])}")
+    if problems:
+        raise TlkitError(f"{source} does not fit {what}: {'; '.join(problems)}. Is it a state dict in "
+                         f"timm's layout for this backbone?")
     module.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
