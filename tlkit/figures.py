@@ -7,8 +7,11 @@ so that the demo's worker threads can draw at the same time.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+
+from tlkit.errors import TlkitError
 
 
 def new_figure(width: float, height: float):
@@ -19,6 +22,22 @@ def new_figure(width: float, height: float):
     figure = Figure(figsize=(width, height))
     FigureCanvasAgg(figure)
     return figure
+
+
+def save_figure(figure, path, *, dpi: int) -> Path:
+    """Write ``figure`` to ``path`` (PNG unless the suffix names another format), creating folders.
+
+    Exactly ``path`` is written: matplotlib would append ".png" to a name without a suffix.
+    """
+    path = Path(path)
+    suffix = path.suffix[1:].lower() or "png"
+    formats = figure.canvas.get_supported_filetypes()
+    if suffix not in formats:
+        raise TlkitError(f"cannot write {str(path)!r}: unknown picture format {suffix!r}; "
+                         f"use a .png file (or one of {', '.join(sorted(formats))})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi, format=suffix)
+    return path
 
 
 def grid_shape(count: int, columns: int | None = None) -> tuple[int, int]:
@@ -36,9 +55,10 @@ def image_grid(figure, tiles, titles=None, *, columns: int | None = None, cmap=N
     rows, columns = grid_shape(len(tiles), columns)
     axes = figure.subplots(rows, columns, squeeze=False)
     for index, ax in enumerate(axes.flat):
-        ax.set_axis_off()
         if index >= len(tiles):
+            ax.set_axis_off()
             continue
+        _frame(ax)
         tile = np.asarray(tiles[index])
         if tile.ndim == 2:
             lo, hi = (float(tile.min()), float(tile.max())) if normalise_each else (None, None)
@@ -52,22 +72,34 @@ def image_grid(figure, tiles, titles=None, *, columns: int | None = None, cmap=N
     return axes
 
 
+def _frame(ax):
+    """No ticks, a thin grey frame: a white or black tile must still read as a tile."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_linewidth(0.5)
+        spine.set_color("0.6")
+
+
 def overlay(figure, ax, image: np.ndarray, heat: np.ndarray, *, signed: bool, alpha: float = 0.55,
-            cmap: str | None = None, label: str = "attribution"):
+            cmap: str | None = None, label: str = "attribution", fade: bool = True):
     """Draw ``heat`` ``(H, W)`` over ``image`` ``(H, W, 3)`` on ``ax`` with a colour bar.
 
     Signed maps use a diverging colour map centred on zero (red: for the class, blue: against it);
     the colour limits are the 99th percentile of the magnitude so that one hot pixel cannot wash
-    out the rest.
+    out the rest. With ``fade`` the heat map's opacity grows with its magnitude (up to ``alpha``),
+    so that the image stays visible where the attribution is near zero.
     """
     ax.imshow(np.clip(image, 0.0, 1.0), interpolation="bilinear")
+    heat = np.asarray(heat, dtype=np.float32)
     magnitude = float(np.percentile(np.abs(heat), 99)) or float(np.abs(heat).max()) or 1.0
+    opacity = alpha * np.clip(np.abs(heat) / magnitude, 0.0, 1.0) ** 0.5 if fade else alpha
     if signed:
-        shown = ax.imshow(heat, cmap=cmap or "RdBu_r", vmin=-magnitude, vmax=magnitude, alpha=alpha,
-                          interpolation="bilinear")
+        shown = ax.imshow(heat, cmap=cmap or "RdBu_r", vmin=-magnitude, vmax=magnitude, alpha=opacity,
+                          interpolation="nearest")
     else:
-        shown = ax.imshow(heat, cmap=cmap or "inferno", vmin=0.0, vmax=magnitude, alpha=alpha,
-                          interpolation="bilinear")
+        shown = ax.imshow(heat, cmap=cmap or "inferno", vmin=0.0, vmax=magnitude, alpha=opacity,
+                          interpolation="nearest")
     ax.set_axis_off()
     bar = figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
     bar.set_label(label, fontsize=8)

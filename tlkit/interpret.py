@@ -53,14 +53,9 @@ class Explanation:
 
     def save(self, path) -> Path:
         """Write the figure to ``path`` (PNG, or any format matplotlib knows by the suffix)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.figure.savefig(path, dpi=SAVE_DPI)
-        except ValueError as exc:  # matplotlib's "Format 'xyz' is not supported"
-            formats = ", ".join(sorted(self.figure.canvas.get_supported_filetypes()))
-            raise TlkitError(f"cannot write {str(path)!r}: {exc}; use one of the suffixes {formats}") from exc
-        return path
+        from tlkit.figures import save_figure
+
+        return save_figure(self.figure, path, dpi=SAVE_DPI)
 
     def to_image(self) -> "Image.Image":
         """The figure as a PIL RGB image (what Gradio's image component takes)."""
@@ -144,7 +139,7 @@ def image_tensor(model, image) -> "torch.Tensor":
     if isinstance(image, Image.Image):
         from tlkit.transforms import eval_transform
 
-        return eval_transform(model.image_size, model.mean, model.std)(image.convert("RGB")).unsqueeze(0)
+        image = eval_transform(model.image_size, model.mean, model.std)(image.convert("RGB"))
     if isinstance(image, np.ndarray):
         image = torch.from_numpy(image)
     if isinstance(image, torch.Tensor):
@@ -152,8 +147,16 @@ def image_tensor(model, image) -> "torch.Tensor":
             image = image.unsqueeze(0)
         if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
             raise TlkitError(f"an image tensor must have shape (1, 3, H, W), got {tuple(image.shape)}")
-        return image.detach().float()
+        return image.detach().float().to(model_device(model))
     raise TlkitError(f"cannot explain a {type(image).__name__}; pass a PIL image, a path or a (1, 3, H, W) tensor")
+
+
+def model_device(model) -> "torch.device":
+    """Where the model's parameters live (CPU for a model without any)."""
+    import torch
+
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def resolve_target(model, target) -> int:
