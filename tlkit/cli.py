@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, help="Lightning precision, e.g. bf16-mixed (default: 32, or 16-mixed on GPU)")
     p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: by CPU count)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels_last memory format (default: on for GPU)")
+                   help="channels_last memory format (default: on for CPU and CUDA, where it is faster)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (measure first)")
     p.add_argument("--config", help="YAML of options (a run's config.yaml); command-line flags win")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -36,6 +36,7 @@ __all__ = [
     "Sample",
     "ScanResult",
     "SkippedFile",
+    "default_num_workers",
     "scan_image_folder",
 ]
 
@@ -380,6 +381,21 @@ def _available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def default_num_workers(num_images: int, *, cuda: bool | None = None) -> int:
+    """DataLoader worker processes for ``num_images`` training images on this machine.
+
+    0 below 64 images: starting workers would cost more than they save. On a CPU the model consumes
+    images 15-75x slower than one process decodes and augments them (``bench/input_pipeline.py``),
+    so ``min(4, CPUs - 1)`` keeps it fed without taking its cores. A GPU consumes them much faster:
+    ``min(8, CPUs - 1)``. ``cuda=None`` asks torch whether CUDA is available.
+    """
+    if num_images < _MIN_IMAGES_FOR_WORKERS:
+        return 0
+    if cuda is None:
+        cuda = torch.cuda.is_available()
+    return max(0, min(8 if cuda else 4, _available_cpus() - 1))
+
+
 class ImageDataset(Dataset):
     """A list of :class:`Sample` read through :func:`~tlkit.images.load_rgb`.
 
@@ -404,8 +420,9 @@ class ImageDataset(Dataset):
 class ImageFolderDataModule(pl.LightningDataModule):
     """Lightning data for a :class:`ScanResult`: train/val/test/predict loaders with the given transforms.
 
-    ``num_workers=None`` picks ``min(4, CPUs - 1)``, or 0 for fewer than 64 training images (worker
-    start-up would cost more than it saves). ``pin_memory=None`` pins when CUDA is available. The test
+    ``num_workers=None`` picks :func:`default_num_workers`: ``min(4, CPUs - 1)`` (``min(8, CPUs - 1)``
+    with CUDA), or 0 for fewer than 64 training images (worker start-up would cost more than it
+    saves). Workers persist across epochs. ``pin_memory=None`` pins when CUDA is available. The test
     and predict loaders use the test split when there is one, else the validation split.
     """
 
@@ -427,11 +444,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.eval_transform = eval_transform
         self.batch_size = int(batch_size)
         if num_workers is None:
-            num_workers = (
-                0
-                if len(scan.splits.get("train", [])) < _MIN_IMAGES_FOR_WORKERS
-                else max(0, min(4, _available_cpus() - 1))
-            )
+            num_workers = default_num_workers(len(scan.splits.get("train", [])))
         self.num_workers = int(num_workers)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.datasets: dict[str, ImageDataset] = {}

@@ -65,18 +65,20 @@ def extract_features(backbone, samples, transform, *, batch_size=32, num_workers
     """Backbone feature maps of ``samples`` as a float16 tensor ``(N, C, h, w)``, plus labels."""
     from tqdm.auto import tqdm
 
+    cuda = torch.device(device).type == "cuda"
     loader = DataLoader(ImageDataset(samples, transform), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
+                        num_workers=num_workers, pin_memory=cuda)
     was_training = backbone.training
     backbone.eval().to(device)
     chunks, labels = [], []
     try:
         for images, targets in tqdm(loader, desc=desc, disable=not progress, file=sys.stderr, leave=False):
-            chunks.append(backbone(images.to(device)).to("cpu", torch.float16))
+            chunks.append(backbone(images.to(device, non_blocking=cuda)).to("cpu", torch.float16))
             labels.append(targets)
     finally:
         backbone.train(was_training)
-    return torch.cat(chunks), torch.cat(labels).long()
+    # contiguous: a channels_last backbone returns channels_last maps; the cache stores plain ones
+    return torch.cat(chunks).contiguous(), torch.cat(labels).long()
 
 
 def cached_features(model, samples, transform, *, split: str, batch_size=32, num_workers=0,

@@ -25,11 +25,15 @@ class Classifier(pl.LightningModule):
         lr: learning rate of the head; the backbone gets ``lr * backbone_lr_factor``.
         unfreeze_epoch: with ``gradual``, the first epoch in which the backbone trains.
         inputs: ``images``, or ``features`` when batches hold cached backbone features.
+        channels_last: convert image batches to the channels_last memory format.
+        compile: run the backbone and head through ``torch.compile``. The compiled callables are
+            kept outside the module tree, so parameter names (checkpoints, best weights,
+            ``model.safetensors``) stay those of the plain model.
     """
 
     def __init__(self, model, *, tune: str = "head", lr: float = 1e-3, backbone_lr_factor: float = 0.1,
                  weight_decay: float = 1e-4, epochs: int = 5, unfreeze_epoch: int | None = None,
-                 inputs: str = "images", channels_last: bool = False):
+                 inputs: str = "images", channels_last: bool = False, compile: bool = False):
         super().__init__()
         if tune not in {"head", "full", "gradual"}:
             raise ValueError(f"tune must be head, full or gradual, got {tune!r}")
@@ -42,6 +46,12 @@ class Classifier(pl.LightningModule):
         self.unfreeze_epoch = int(unfreeze_epoch if unfreeze_epoch is not None else max(1, epochs // 2))
         self.inputs = inputs
         self.channels_last = channels_last
+        self._val_batches: list = []
+        self._best_val_loss = float("inf")
+        self.best_val_predictions = None
+        # a plain dict is not registered as a submodule: no "_orig_mod." keys in any state dict
+        self._compiled = ({"backbone": torch.compile(model.backbone), "head": torch.compile(model.head)}
+                          if compile else None)
         num_classes = model.num_classes
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -63,21 +73,26 @@ class Classifier(pl.LightningModule):
 
     # -- steps -----------------------------------------------------------------------------------
     def forward(self, x):
+        backbone, head = ((self._compiled["backbone"], self._compiled["head"]) if self._compiled
+                          else (self.model.backbone, self.model.head))
         if self.inputs == "features":
-            return self.model.head(x.float())
+            return head(x.float())
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.training and self.backbone_frozen():
             with torch.no_grad():
-                features = self.model.backbone(x)
-            return self.model.head(features)
-        return self.model(x)
+                features = backbone(x)
+            return head(features)
+        return head(backbone(x))
 
     def _step(self, batch, metric, stage: str):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        metric(logits.argmax(dim=1), y)
+        predictions = logits.argmax(dim=1)
+        metric(predictions, y)
+        if stage == "val":
+            self._val_batches.append((predictions.detach().cpu(), y.detach().cpu()))
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
                  batch_size=y.shape[0], sync_dist=not on_step)
@@ -90,6 +105,23 @@ class Classifier(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, self.val_acc, "val")
+
+    # The validation predictions of the epoch with the lowest validation loss are kept (as
+    # ``best_val_predictions = (epoch, predictions, labels)``), so that ``tlkit fit`` draws the
+    # confusion matrix of the best model without running it over the validation images again.
+    def on_validation_epoch_start(self):
+        self._val_batches = []
+
+    def on_validation_end(self):
+        batches, self._val_batches = self._val_batches, []
+        if self.trainer.sanity_checking or not batches:
+            return
+        loss = self.trainer.callback_metrics.get("val_loss")
+        if loss is None or not float(loss) < self._best_val_loss:  # NaN never wins, as in BestWeights
+            return
+        self._best_val_loss = float(loss)
+        self.best_val_predictions = (int(self.current_epoch), torch.cat([p for p, _ in batches]),
+                                     torch.cat([y for _, y in batches]))
 
     def test_step(self, batch, batch_idx):
         self._step(batch, self.test_acc, "test")
