@@ -89,7 +89,8 @@ def tlkit_command() -> list[str]:
     path first, to time another checkout of tlkit (e.g. the one before an optimisation).
     """
     if os.environ.get("TLKIT_BENCH_PYTHONPATH"):
-        return [sys.executable, "-m", "tlkit.cli"]
+        # -P: the working directory (this checkout, when run from it) must not come first on sys.path
+        return [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-m", "tlkit.cli"]
     script = Path(sys.executable).with_name("tlkit")
     if script.is_file():
         return [str(script)]
@@ -157,6 +158,8 @@ def epoch_seconds(epoch_end_times: dict[int, float]) -> list[float]:
 
 def run_timed(cmd: list[str], *, env=None, cwd=None, check=True) -> tuple[float, subprocess.CompletedProcess]:
     """Run ``cmd`` to completion; return its wall time (seconds) and the completed process."""
+    if cwd is None and os.environ.get("TLKIT_BENCH_PYTHONPATH"):
+        cwd = tempfile.gettempdir()  # not a checkout of tlkit, whatever Python puts first on sys.path
     started = time.perf_counter()
     result = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
     seconds = time.perf_counter() - started

@@ -320,13 +320,14 @@ def fit(options: FitOptions) -> FitResult | None:
 
         # gradual unfreezing: frozen epochs give the backbone no gradients
         strategy = DDPStrategy(find_unused_parameters=options.tune == "gradual")
+    checkpoint_io = _background_checkpoint_io()
     trainer = pl.Trainer(
         max_epochs=options.epochs, accelerator=options.accelerator, devices=devices,
         num_nodes=options.num_nodes, strategy=strategy, precision=precision, callbacks=callbacks,
         logger=False, enable_model_summary=False, enable_progress_bar=not options.quiet,
         num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=str(run_dir),
         enable_checkpointing=True, deterministic=False, benchmark=True if gpu else None,
-        plugins=[_background_checkpoint_io()],
+        plugins=[checkpoint_io],
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
@@ -336,6 +337,7 @@ def fit(options: FitOptions) -> FitResult | None:
         raise
     if not trainer.is_global_zero:
         return None
+    # the last checkpoints are written while the run directory is finished; fit returns after both
 
     best.restore(model)
     model.to("cpu", memory_format=torch.contiguous_format).eval()
@@ -357,6 +359,7 @@ def fit(options: FitOptions) -> FitResult | None:
         from tlkit.runs import METRICS_FILE, write_json
 
         write_json(run_dir / METRICS_FILE, metrics)
+    checkpoint_io.finish()
     return FitResult(run_dir=run_dir, metrics=metrics, class_names=scan.class_names,
                      data_summary=scan.summary(), seconds=time.time() - started,
                      test_accuracy=test_accuracy, used_feature_cache=use_cache)
@@ -372,8 +375,10 @@ def _background_checkpoint_io():
     training state (``best.ckpt`` and ``last.ckpt`` of an epoch that improved) are serialised once:
     the second file is a hard link to the first (a copy where links are not supported). Every file
     is written next to its destination and renamed into place, so a crash never leaves half a
-    checkpoint and a linked file is never changed by a later write. ``fit`` returns only after the
-    last write; a failed write is raised at the next checkpoint or at the end of training.
+    checkpoint and a linked file is never changed by a later write. A failed write is raised at the
+    next checkpoint or by ``finish()``, which ``fit`` calls before it returns (after the model,
+    plots and metrics are written, so the last write overlaps them). Writes still pending when
+    training fails are completed before the interpreter exits.
     """
     import shutil
     from concurrent.futures import ThreadPoolExecutor
@@ -441,7 +446,8 @@ def _background_checkpoint_io():
             self._wait()
             super().remove_checkpoint(path)
 
-        def teardown(self):
+        def finish(self):
+            """Wait for every write; raise the first that failed."""
             try:
                 self._wait()
             finally:
