@@ -10,8 +10,9 @@ latencies with, in this process, on the same model and image:
 * a bare forward pass: ``model(x)`` under ``torch.inference_mode`` on the already-preprocessed tensor;
 * tlkit's in-process predictor: ``Predictor.top_k(image)`` (resize, normalise, forward, softmax).
 
-Calls alternate (demo, bare, predictor, demo, ...) to share out drift in machine load.
-Target: demo / bare forward <= 1.2x.
+Calls alternate (bare, predictor, gradio_client, HTTP, bare, ...) with a 50 ms pause before each, so
+that the server has finished one answer before the next measurement starts, and drift in machine
+load is shared out. Target: demo via gradio_client / bare forward <= 1.2x.
 
     python bench/demo_latency.py [--image-size 224] [--calls 30] [--port 7871]
 """
