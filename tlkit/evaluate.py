@@ -35,6 +35,16 @@ def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
     return matrix
 
 
+def samples_confusion(model, samples, *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    """Confusion matrix of ``model`` on ``samples`` (labels in the model's class order), eval transform."""
+    from tlkit.data import ImageDataset
+    from tlkit.transforms import eval_transform
+
+    dataset = ImageDataset(samples, eval_transform(model.image_size, model.mean, model.std))
+    probs, labels = predict_loader(model, DataLoader(dataset, batch_size=batch_size), progress=progress)
+    return confusion_matrix(labels, probs.argmax(axis=1), model.num_classes)
+
+
 @dataclass
 class EvaluationReport:
     class_names: list[str]
@@ -98,9 +108,8 @@ def evaluate_run(run_dir, data_dir, *, batch_size: int = 32, progress: bool = Tr
     every image. Class folders are matched to the run's classes by name; a class the model does not
     know is an error.
     """
-    from tlkit.data import ImageDataset, Sample, scan_image_folder
+    from tlkit.data import Sample, scan_image_folder
     from tlkit.runs import load_model
-    from tlkit.transforms import eval_transform
 
     model = load_model(run_dir)
     scan = scan_image_folder(data_dir, progress=progress)
@@ -116,7 +125,5 @@ def evaluate_run(run_dir, data_dir, *, batch_size: int = 32, progress: bool = Tr
                          f"the run knows: {', '.join(model.class_names)}")
     index = {name: i for i, name in enumerate(model.class_names)}
     samples = [Sample(s.path, index[scan.class_names[s.label]]) for s in samples]
-    dataset = ImageDataset(samples, eval_transform(model.image_size, model.mean, model.std))
-    probs, labels = predict_loader(model, DataLoader(dataset, batch_size=batch_size), progress=progress)
-    matrix = confusion_matrix(labels, probs.argmax(axis=1), model.num_classes)
+    matrix = samples_confusion(model, samples, batch_size=batch_size, progress=progress)
     return EvaluationReport(list(model.class_names), matrix, split, str(Path(data_dir)), scan.skipped)

@@ -505,34 +505,26 @@ def _final_evaluation(model, scan, datamodule, use_cache, run_dir, metrics, opti
     """
     import numpy as np
     import torch
-    from torch.utils.data import DataLoader
 
-    from tlkit.data import ImageDataset
-    from tlkit.evaluate import confusion_matrix, predict_loader
+    from tlkit.evaluate import confusion_matrix, samples_confusion
     from tlkit.plots import save_confusion_matrix
-    from tlkit.transforms import eval_transform
 
-    evaluation = eval_transform(model.image_size, model.mean, model.std)
     if val_predictions is not None:
         predictions, labels = (t.numpy() for t in val_predictions)
+        matrix = confusion_matrix(labels, predictions, scan.num_classes)
     elif use_cache:
         with torch.no_grad():
             features, labels = datamodule.val_set.tensors
             predictions = model.head(features.float()).argmax(dim=1).numpy()
-        labels = labels.numpy()
+        matrix = confusion_matrix(labels.numpy(), predictions, scan.num_classes)
     else:
-        loader = DataLoader(ImageDataset(scan.splits["val"], evaluation), batch_size=options.batch_size)
-        probs, labels = predict_loader(model, loader)
-        predictions = probs.argmax(axis=1)
-    matrix = confusion_matrix(labels, predictions, scan.num_classes)
+        matrix = samples_confusion(model, scan.splits["val"], batch_size=options.batch_size)
     save_confusion_matrix(matrix, scan.class_names, run_dir / "confusion_matrix.png",
                           title="Validation confusion matrix")
     metrics["val_confusion_matrix"] = matrix.tolist()
     if not scan.splits.get("test"):
         return None
-    loader = DataLoader(ImageDataset(scan.splits["test"], evaluation), batch_size=options.batch_size)
-    probs, labels = predict_loader(model, loader)
-    test_matrix = confusion_matrix(labels, probs.argmax(axis=1), scan.num_classes)
+    test_matrix = samples_confusion(model, scan.splits["test"], batch_size=options.batch_size)
     save_confusion_matrix(test_matrix, scan.class_names, run_dir / "confusion_matrix_test.png",
                           title="Test confusion matrix")
     return float(np.trace(test_matrix) / max(1, test_matrix.sum()))
